@@ -46,15 +46,16 @@ def _d_AppProtocolType(r, V, q):
                 f_VersionNumberMajor |= _y << 14
             else:
                 r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_VersionNumberMajor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AppProtocolType', r.end - q)
-        if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         el = 'VersionNumberMinor'
         if q >= 24:
             f_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
@@ -65,16 +66,17 @@ def _d_AppProtocolType(r, V, q):
                 f_VersionNumberMinor |= _y << 14
             else:
                 r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_VersionNumberMinor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         q -= 21
         if q < 0: V, q = r.slideq(q, 21)
         x = (V >> q) & 2097151
         if x & 1835907: raise r.deviation('AppProtocolType', r.end - q)
-        if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         el = 'SchemaID'
         f_SchemaID = (x >> 10)
         el = 'Priority'
@@ -179,15 +181,16 @@ def _d_supportedAppProtocolReq(r, V, q):
                 _c1_VersionNumberMajor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_VersionNumberMajor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
-        if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         el = 'AppProtocol/VersionNumberMinor'
         if q >= 24:
             _c1_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
@@ -198,16 +201,17 @@ def _d_supportedAppProtocolReq(r, V, q):
                 _c1_VersionNumberMinor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_VersionNumberMinor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         q -= 21
         if q < 0: V, q = r.slideq(q, 21)
         x = (V >> q) & 2097151
         if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
-        if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         el = 'AppProtocol/SchemaID'
         _c1_SchemaID = (x >> 10)
         el = 'AppProtocol/Priority'
@@ -255,15 +259,16 @@ def _d_supportedAppProtocolReq(r, V, q):
                         _c3_VersionNumberMajor |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c3_VersionNumberMajor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_VersionNumberMajor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c3_VersionNumberMajor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                if _c3_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c3_VersionNumberMajor, r.at(r.end - q))
                 el = 'AppProtocol/VersionNumberMinor'
                 if q >= 24:
                     _c3_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
@@ -274,16 +279,17 @@ def _d_supportedAppProtocolReq(r, V, q):
                         _c3_VersionNumberMinor |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c3_VersionNumberMinor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_VersionNumberMinor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c3_VersionNumberMinor, r.at(r.end - q))
                 q -= 25
                 if q < 0: V, q = r.slidep(q, 25)
                 x = (V >> q) & 33554431
                 if x & 29374512: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                if _c3_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c3_VersionNumberMinor, r.at(r.end - q))
                 el = 'AppProtocol/SchemaID'
                 _c3_SchemaID = (x >> 14)
                 el = 'AppProtocol/Priority'
@@ -636,15 +642,16 @@ def _de4(r, V, q):  # VersionNumberMajor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
-    if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee4(w, o):  # VersionNumberMajor
@@ -673,15 +680,16 @@ def _de5(r, V, q):  # VersionNumberMinor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
-    if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee5(w, o):  # VersionNumberMinor

@@ -328,16 +328,17 @@ def _d_CableCheckResType(r, V, q):
                 _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -1357,16 +1358,17 @@ def _d_ChargeParameterDiscoveryReqType(r, V, q):
                     _c3_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             q -= 19
             if q < 0: V, q = r.slidep(q, 19)
             x = (V >> q) & 524287
             if x & 458752: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             el = 'AC_EVChargeParameter/EAmount'
             _a = x
             _c3_c1_Unit = None
@@ -1998,16 +2000,17 @@ def _d_ChargeParameterDiscoveryResType(r, V, q):
                     _c5_c1_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c5_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_c1_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c5_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
             q -= 25
             if q < 0: V, q = r.slidep(q, 25)
             x = (V >> q) & 33554431
             if x & 30343168: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            if _c5_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
             _c5_c1_EVSENotification = (x >> 20)
             if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
@@ -2740,16 +2743,17 @@ def _d_ChargingStatusResType(r, V, q):
                     _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('ChargingStatusResType', r.end - q)
-            if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
             _c4_EVSENotification = (x >> 3)
             if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
@@ -5204,16 +5208,17 @@ def _d_CurrentDemandResType(r, V, q):
                 _c7_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c7_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c7_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c7_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c7_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c7_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c7_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c7_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c7_EVSENotification = (x >> 2)
         if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
@@ -6584,16 +6589,17 @@ def _d_MeteringReceiptResType(r, V, q):
                 _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 8
         if q < 0: V, q = r.slideq(q, 8)
         x = (V >> q) & 255
         if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = (x >> 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -7510,16 +7516,17 @@ def _d_PowerDeliveryResType(r, V, q):
                     _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
-            if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
             _c4_EVSENotification = (x >> 3)
             if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
@@ -7572,16 +7579,17 @@ def _d_PowerDeliveryResType(r, V, q):
                     _c5_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_NotificationMaxDelay, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_NotificationMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_NotificationMaxDelay, r.at(r.end - q))
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
             _c5_EVSENotification = (x >> 3)
             if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
@@ -8202,16 +8210,17 @@ def _d_PreChargeResType(r, V, q):
                 _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -9515,16 +9524,17 @@ def _d_WeldingDetectionResType(r, V, q):
                 _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))

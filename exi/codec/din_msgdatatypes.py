@@ -92,16 +92,17 @@ def _d_AC_EVChargeParameterType(r, V, q):
                 f_DepartureTime |= _y << 14
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         q -= 19
         if q < 0: V, q = r.slidep(q, 19)
         x = (V >> q) & 524287
         if x & 458752: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
         _a = x
         _c1_Unit = None
@@ -641,16 +642,17 @@ def _d_AC_EVSEChargeParameterType(r, V, q):
                 _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         q -= 25
         if q < 0: V, q = r.slidep(q, 25)
         x = (V >> q) & 33554431
         if x & 30343168: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
         _c1_EVSENotification = (x >> 20)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
@@ -1095,16 +1097,17 @@ def _d_AC_EVSEStatusType(r, V, q):
                 f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('AC_EVSEStatusType', r.end - q)
-        if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -1280,16 +1283,17 @@ def _d_ChargingProfileType(r, V, q):
                 _c2_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-        if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = x
         if q >= 24:
@@ -1331,16 +1335,17 @@ def _d_ChargingProfileType(r, V, q):
                     _c3_ChargingProfileEntryStart |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_ChargingProfileEntryStart = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-            if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
             _neg = x
             if q >= 24:
@@ -1391,16 +1396,17 @@ def _d_ChargingProfileType(r, V, q):
                             _c5_ChargingProfileEntryStart |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c5_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c5_ChargingProfileEntryStart, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c5_ChargingProfileEntryStart = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c5_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c5_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c5_ChargingProfileEntryStart, r.at(r.end - q))
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-                    if _c5_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c5_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = x
                     if q >= 24:
@@ -1579,16 +1585,17 @@ def _d_ConsumptionCostType(r, V, q):
                 f_startValue |= _y << 14
             else:
                 r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
+                if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_startValue = (V >> q) & 127
         else:
             r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
+            if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         q -= 10
         if q < 0: V, q = r.slidep(q, 10)
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ConsumptionCostType', r.end - q)
-        if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         ec = (x >> 7)
         _a = (x & 127)
         s = 1
@@ -1614,16 +1621,17 @@ def _d_ConsumptionCostType(r, V, q):
                     _c2_amount |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_amount = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
             q -= 9
             if q < 0: V, q = r.slidep(q, 9)
             x = (V >> q) & 511
             if x & 256: raise r.deviation('CostType', r.end - q)
-            if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
             ec = (x >> 6)
             _a = (x & 63)
             if ec == 0:
@@ -1676,16 +1684,17 @@ def _d_ConsumptionCostType(r, V, q):
                             _c4_amount |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c4_amount = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                     q -= 18
                     if q < 0: V, q = r.slidep(q, 18)
                     x = (V >> q) & 262143
                     if x & 131072: raise r.deviation('CostType', r.end - q)
-                    if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                     ec = (x >> 15)
                     _a = (x & 32767)
                     if ec == 0:
@@ -1853,16 +1862,17 @@ def _d_CostType(r, V, q):
                 f_amount |= _y << 14
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+            if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         q -= 9
         if q < 0: V, q = r.slidep(q, 9)
         x = (V >> q) & 511
         if x & 256: raise r.deviation('CostType', r.end - q)
-        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
@@ -3444,16 +3454,17 @@ def _d_DC_EVSEChargeParameterType(r, V, q):
                 _c10_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if _c10_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c10_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c10_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if _c10_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c10_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c10_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c10_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
         _c10_EVSENotification = (x >> 2)
         if _c10_EVSENotification >= 3: _c10_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c10_EVSENotification, 3, r.at(r.end - q))
@@ -4829,16 +4840,17 @@ def _d_DC_EVSEStatusType(r, V, q):
                 f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
@@ -5236,16 +5248,17 @@ def _d_EntryType(r, V, q):
                     _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             ec = (x >> 1)
             _a = (x & 1)
             if ec == 0:
@@ -5260,15 +5273,16 @@ def _d_EntryType(r, V, q):
                         _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
             elif ec == 1:
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             else:
@@ -6228,16 +6242,17 @@ def _d_PMaxScheduleEntryType(r, V, q):
                     _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             ec = (x >> 3)
             _a = (x & 7)
             if ec == 0:
@@ -6253,16 +6268,17 @@ def _d_PMaxScheduleEntryType(r, V, q):
                         _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 x = _a
@@ -6435,16 +6451,17 @@ def _d_PMaxScheduleType(r, V, q):
                     _c2_c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c2_c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c3_start, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c2_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c3_start, r.at(r.end - q))
             ec = (x >> 3)
             _a = (x & 7)
             if ec == 0:
@@ -6460,16 +6477,17 @@ def _d_PMaxScheduleType(r, V, q):
                         _c2_c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c3_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_c3_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c3_duration, r.at(r.end - q))
                 q -= 5
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c2_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c3_duration, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 x = _a
@@ -6545,16 +6563,17 @@ def _d_PMaxScheduleType(r, V, q):
                         _c3_c3_start |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c3_start, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_c3_start = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c3_start, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slidep(q, 6)
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c3_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c3_start, r.at(r.end - q))
                 ec = (x >> 3)
                 _a = (x & 7)
                 if ec == 0:
@@ -6570,16 +6589,17 @@ def _d_PMaxScheduleType(r, V, q):
                             _c3_c3_duration |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c3_duration, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c3_duration = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c3_duration, r.at(r.end - q))
                     q -= 5
                     if q < 0: V, q = r.slidep(q, 5)
                     x = (V >> q) & 31
                     if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c3_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c3_duration, r.at(r.end - q))
                     _a = x
                 elif ec == 1:
                     x = _a
@@ -6664,16 +6684,17 @@ def _d_PMaxScheduleType(r, V, q):
                                 _c5_c3_start |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c5_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c5_c3_start, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c5_c3_start = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c5_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c5_c3_start, r.at(r.end - q))
                         q -= 6
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        if _c5_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c5_c3_start, r.at(r.end - q))
                         ec = (x >> 3)
                         _a = (x & 7)
                         if ec == 0:
@@ -6689,16 +6710,17 @@ def _d_PMaxScheduleType(r, V, q):
                                     _c5_c3_duration |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c5_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c5_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c5_c3_duration, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c5_c3_duration = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c5_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c5_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c5_c3_duration, r.at(r.end - q))
                             q -= 5
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                            if _c5_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c5_c3_duration, r.at(r.end - q))
                             _a = x
                         elif ec == 1:
                             x = _a
@@ -7732,16 +7754,17 @@ def _d_ProfileEntryType(r, V, q):
                 f_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ProfileEntryType', r.end - q)
-        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
         _neg = x
         if q >= 24:
@@ -7823,16 +7846,17 @@ def _d_RelativeTimeIntervalType(r, V, q):
                 f_start |= _y << 14
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+                if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+            if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-        if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
@@ -7847,15 +7871,16 @@ def _d_RelativeTimeIntervalType(r, V, q):
                     f_duration |= _y << 14
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_duration = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
         elif ec == 1:
             q += 1
         else:
@@ -8412,16 +8437,17 @@ def _d_SalesTariffEntryType(r, V, q):
                     _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
             if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
             ec = (x >> 13)
             _a = (x & 8191)
             if ec == 0:
@@ -8437,16 +8463,17 @@ def _d_SalesTariffEntryType(r, V, q):
                         _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 28672: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 x = _a

@@ -277,16 +277,17 @@ def _d_BodyType(r, V, q):
                                 _c3_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c3_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                         _c3_c1_EVSENotification = (x >> 2)
                         if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
@@ -959,16 +960,17 @@ def _d_BodyType(r, V, q):
                                 _c11_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c11_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
                         x = (V >> q) & 511
                         if x & 463: raise r.deviation('BodyType', r.end - q)
-                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                         _c11_c1_EVSENotification = (x >> 4)
                         if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
@@ -1156,16 +1158,17 @@ def _d_BodyType(r, V, q):
                                     _c14_c4_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c14_c4_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             q -= 9
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
-                            if _c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
                             _c14_c4_EVSENotification = (x >> 4)
                             if _c14_c4_EVSENotification >= 3: _c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c14_c4_EVSENotification, 3, r.at(r.end - q))
@@ -1219,16 +1222,17 @@ def _d_BodyType(r, V, q):
                                     _c14_c5_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c14_c5_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             q -= 9
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
                             _c14_c5_EVSENotification = (x >> 4)
                             if _c14_c5_EVSENotification >= 3: _c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c14_c5_EVSENotification, 3, r.at(r.end - q))
@@ -1552,16 +1556,17 @@ def _d_BodyType(r, V, q):
                                 _c16_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c16_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                         _c16_c1_EVSENotification = (x >> 2)
                         if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(r.end - q))
@@ -2246,16 +2251,17 @@ def _d_BodyType(r, V, q):
                                 _c28_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c28_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                         _c28_c1_EVSENotification = (x >> 2)
                         if _c28_c1_EVSENotification >= 3: _c28_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c28_c1_EVSENotification, 3, r.at(r.end - q))
@@ -4272,16 +4278,17 @@ def _d_V2G_Message(r, V, q):
                                 _c2_c3_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c3_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
                         _c2_c3_c1_EVSENotification = (x >> 2)
                         if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
@@ -4954,16 +4961,17 @@ def _d_V2G_Message(r, V, q):
                                 _c2_c11_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c11_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 9
                         if q < 0: V, q = r.slideq(q, 9)
                         x = (V >> q) & 511
                         if x & 463: raise r.deviation('BodyType', r.end - q)
-                        if _c2_c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                         _c2_c11_c1_EVSENotification = (x >> 4)
                         if _c2_c11_c1_EVSENotification >= 3: _c2_c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c11_c1_EVSENotification, 3, r.at(r.end - q))
@@ -5151,16 +5159,17 @@ def _d_V2G_Message(r, V, q):
                                     _c2_c14_c4_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c2_c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c2_c14_c4_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             q -= 9
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
-                            if _c2_c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             el = 'Body/PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
                             _c2_c14_c4_EVSENotification = (x >> 4)
                             if _c2_c14_c4_EVSENotification >= 3: _c2_c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c14_c4_EVSENotification, 3, r.at(r.end - q))
@@ -5214,16 +5223,17 @@ def _d_V2G_Message(r, V, q):
                                     _c2_c14_c5_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c2_c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
                                 _c2_c14_c5_NotificationMaxDelay = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             q -= 9
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c2_c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
                             _c2_c14_c5_EVSENotification = (x >> 4)
                             if _c2_c14_c5_EVSENotification >= 3: _c2_c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c14_c5_EVSENotification, 3, r.at(r.end - q))
@@ -5547,16 +5557,17 @@ def _d_V2G_Message(r, V, q):
                                 _c2_c16_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c16_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
                         _c2_c16_c1_EVSENotification = (x >> 2)
                         if _c2_c16_c1_EVSENotification >= 3: _c2_c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c16_c1_EVSENotification, 3, r.at(r.end - q))
@@ -6241,16 +6252,17 @@ def _d_V2G_Message(r, V, q):
                                 _c2_c28_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c2_c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c2_c28_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                         _c2_c28_c1_EVSENotification = (x >> 2)
                         if _c2_c28_c1_EVSENotification >= 3: _c2_c28_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c28_c1_EVSENotification, 3, r.at(r.end - q))
@@ -8525,15 +8537,16 @@ def _de18(r, V, q):  # ChargingProfileEntryStart
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
-    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee18(w, o):  # ChargingProfileEntryStart
@@ -8711,15 +8724,16 @@ def _de23(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee23(w, o):  # DepartureTime
@@ -9489,15 +9503,16 @@ def _de54(r, V, q):  # NotificationMaxDelay
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
-    if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee54(w, o):  # NotificationMaxDelay
@@ -11006,15 +11021,16 @@ def _de101(r, V, q):  # amount
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
-    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee101(w, o):  # amount
@@ -11115,15 +11131,16 @@ def _de106(r, V, q):  # duration
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
-    if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee106(w, o):  # duration
@@ -11234,15 +11251,16 @@ def _de109(r, V, q):  # start
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
-    if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee109(w, o):  # start
@@ -11271,15 +11289,16 @@ def _de110(r, V, q):  # startValue
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
-    if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee110(w, o):  # startValue

@@ -2251,16 +2251,17 @@ def _d_AC_ChargeLoopReqType(r, V, q):
                 _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slidep(q, 13)
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
@@ -2521,16 +2522,17 @@ def _d_AC_ChargeLoopResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -3484,16 +3486,17 @@ def _d_AC_ChargeParameterDiscoveryReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
@@ -3650,16 +3653,17 @@ def _d_AC_ChargeParameterDiscoveryResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -7560,16 +7564,17 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c46_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -10157,16 +10162,17 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 29
             if q < 0: V, q = r.slidep(q, 29)
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
@@ -22065,16 +22071,17 @@ def _d_Dynamic_AC_CLReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c27_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -23595,16 +23602,17 @@ def _d_Dynamic_AC_CLResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 29
             if q < 0: V, q = r.slidep(q, 29)
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
@@ -32914,15 +32922,16 @@ def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -32951,15 +32960,16 @@ def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -32988,15 +32998,16 @@ def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
@@ -33025,15 +33036,16 @@ def _de15(r, V, q):  # ChargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
@@ -33079,15 +33091,16 @@ def _de17(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee17(w, o):  # DepartureTime
@@ -33460,15 +33473,16 @@ def _de30(r, V, q):  # MeterTimestamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee30(w, o):  # MeterTimestamp
@@ -33774,15 +33788,16 @@ def _de40(r, V, q):  # RemainingTimeToMaximumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee40(w, o):  # RemainingTimeToMaximumSOC
@@ -33811,15 +33826,16 @@ def _de41(r, V, q):  # RemainingTimeToMinimumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee41(w, o):  # RemainingTimeToMinimumSOC
@@ -33848,15 +33864,16 @@ def _de42(r, V, q):  # RemainingTimeToTargetSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee42(w, o):  # RemainingTimeToTargetSOC
@@ -34057,15 +34074,16 @@ def _de49(r, V, q):  # TimeAnchor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee49(w, o):  # TimeAnchor
@@ -34094,15 +34112,16 @@ def _de50(r, V, q):  # TimeStamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee50(w, o):  # TimeStamp

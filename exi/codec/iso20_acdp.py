@@ -73,16 +73,17 @@ def _d_ACDP_ConnectReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -208,16 +209,17 @@ def _d_ACDP_ConnectResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -381,16 +383,17 @@ def _d_ACDP_SystemStatusReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -521,16 +524,17 @@ def _d_ACDP_SystemStatusResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -749,16 +753,17 @@ def _d_ACDP_VehiclePositioningReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -896,16 +901,17 @@ def _d_ACDP_VehiclePositioningResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -1990,15 +1996,16 @@ def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -2027,15 +2034,16 @@ def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -2064,15 +2072,16 @@ def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
@@ -2101,15 +2110,16 @@ def _de15(r, V, q):  # ChargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
@@ -2237,15 +2247,16 @@ def _de19(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee19(w, o):  # DepartureTime
@@ -3090,15 +3101,16 @@ def _de56(r, V, q):  # MeterTimestamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee56(w, o):  # MeterTimestamp
@@ -3404,15 +3416,16 @@ def _de66(r, V, q):  # RemainingTimeToMaximumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee66(w, o):  # RemainingTimeToMaximumSOC
@@ -3441,15 +3454,16 @@ def _de67(r, V, q):  # RemainingTimeToMinimumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee67(w, o):  # RemainingTimeToMinimumSOC
@@ -3478,15 +3492,16 @@ def _de68(r, V, q):  # RemainingTimeToTargetSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee68(w, o):  # RemainingTimeToTargetSOC
@@ -3687,15 +3702,16 @@ def _de75(r, V, q):  # TimeAnchor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee75(w, o):  # TimeAnchor
@@ -3724,15 +3740,16 @@ def _de76(r, V, q):  # TimeStamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee76(w, o):  # TimeStamp

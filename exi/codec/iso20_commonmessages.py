@@ -165,16 +165,17 @@ def _d_AbsolutePriceScheduleType(r, V, q):
                     f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             _a = x
             s = 2
         elif ec == 1:
@@ -189,16 +190,17 @@ def _d_AbsolutePriceScheduleType(r, V, q):
                     f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             _a = x
             s = 2
         else:
@@ -1229,16 +1231,17 @@ def _d_AuthorizationReqType(r, V, q):
                 _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -1481,16 +1484,17 @@ def _d_AuthorizationResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -1629,16 +1633,17 @@ def _d_AuthorizationSetupReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -1755,16 +1760,17 @@ def _d_AuthorizationSetupResType(r, V, q):
                 _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -2131,16 +2137,17 @@ def _d_CertificateInstallationReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -2398,16 +2405,17 @@ def _d_CertificateInstallationResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -2661,16 +2669,17 @@ def _d_ChargingScheduleType(r, V, q):
                         _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -2684,16 +2693,17 @@ def _d_ChargingScheduleType(r, V, q):
                         _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 _a = x
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3031,16 +3041,17 @@ def _d_Dynamic_SEReqControlModeType(r, V, q):
                 f_DepartureTime |= _y << 14
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         q -= 27
         if q < 0: V, q = r.slidep(q, 27)
         x = (V >> q) & 134217727
         if x & 67108864: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-        if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         ec = (x >> 24)
         _a = (x & 16777215)
         s = 1
@@ -3609,16 +3620,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 30
             if q < 0: V, q = r.slidep(q, 30)
             x = (V >> q) & 1073741823
             if x & 536870912: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 26)
             _a = (x & 67108863)
             s = 1
@@ -3676,16 +3688,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                         _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3699,16 +3712,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                         _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
                 _a = x
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3836,16 +3850,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c2_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3859,16 +3874,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c2_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c2_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
                     _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3986,16 +4002,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c3_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4009,16 +4026,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c3_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
                     _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4126,16 +4144,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c4_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c4_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4149,16 +4168,17 @@ def _d_Dynamic_SEResControlModeType(r, V, q):
                             _c4_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c4_TimeAnchor = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     q -= 3
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                    if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
                     _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4996,16 +5016,17 @@ def _d_EVAbsolutePriceScheduleType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 6: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'Currency'
         _esc = x
         if _esc:
@@ -5124,15 +5145,16 @@ def _d_EVEnergyOfferType(r, V, q):
                 _c1_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
-        if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
         _c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
         q -= 4
@@ -5151,16 +5173,17 @@ def _d_EVEnergyOfferType(r, V, q):
                 _c2_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 6: raise r.deviation('EVEnergyOfferType', r.end - q)
-        if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         el = 'EVAbsolutePriceSchedule/Currency'
         _esc = x
         if _esc:
@@ -5407,16 +5430,17 @@ def _d_EVPowerProfileType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
@@ -5589,16 +5613,17 @@ def _d_EVPowerScheduleEntryListType(r, V, q):
                 _c1_Duration |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-        if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'EVPowerScheduleEntry/Power/Exponent'
         _c1_c1_Exponent = (x >> 4) + -128
         el = 'EVPowerScheduleEntry/Power/Value'
@@ -5648,16 +5673,17 @@ def _d_EVPowerScheduleEntryListType(r, V, q):
                         _c3_Duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                if _c3_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'EVPowerScheduleEntry/Power/Exponent'
                 _c3_c1_Exponent = (x >> 4) + -128
                 el = 'EVPowerScheduleEntry/Power/Value'
@@ -5830,16 +5856,17 @@ def _d_EVPowerScheduleEntryType(r, V, q):
                 f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = (x >> 4) + -128
         el = 'Power/Value'
@@ -5933,15 +5960,16 @@ def _d_EVPowerScheduleType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerScheduleEntries'
         f_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
         q -= 1
@@ -6103,16 +6131,17 @@ def _d_EVPriceRuleStackType(r, V, q):
                 f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
-        if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'EVPriceRule/EnergyFee/Exponent'
         _c1_c1_Exponent = (x >> 4) + -128
         el = 'EVPriceRule/EnergyFee/Value'
@@ -6544,16 +6573,17 @@ def _d_MeteringConfirmationReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -6900,16 +6930,17 @@ def _d_MeteringConfirmationResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -7030,16 +7061,17 @@ def _d_OverstayRuleListType(r, V, q):
                     f_OverstayTimeThreshold |= _y << 14
                 else:
                     r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_OverstayTimeThreshold = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
+                if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slidep(q, 17)
             x = (V >> q) & 131071
             if x & 65536: raise r.deviation('OverstayRuleListType', r.end - q)
-            if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
             ec = (x >> 14)
             _a = (x & 16383)
             s = 1
@@ -7109,16 +7141,17 @@ def _d_OverstayRuleListType(r, V, q):
                         _c7_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
@@ -7132,16 +7165,17 @@ def _d_OverstayRuleListType(r, V, q):
                         _c7_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c7_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
                 _a = x
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
@@ -7183,15 +7217,16 @@ def _d_OverstayRuleListType(r, V, q):
                     _c7_OverstayFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c7_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c7_OverstayFeePeriod, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c7_OverstayFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c7_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                if _c7_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c7_OverstayFeePeriod, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if _c7_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c7_OverstayFeePeriod, r.at(r.end - q))
             _v = _new(_K_iso20_commonmessages_OverstayRuleType)
             _v.OverstayRuleDescription = _c7_OverstayRuleDescription
             _v.StartTime = _c7_StartTime
@@ -7268,16 +7303,17 @@ def _d_OverstayRuleListType(r, V, q):
                             _c9_StartTime |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c9_StartTime = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     q -= 16
                     if q < 0: V, q = r.slidep(q, 16)
                     x = (V >> q) & 65535
                     if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('OverstayRuleType', r.end - q)
@@ -7291,16 +7327,17 @@ def _d_OverstayRuleListType(r, V, q):
                             _c9_StartTime |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c9_StartTime = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     q -= 16
                     if q < 0: V, q = r.slidep(q, 16)
                     x = (V >> q) & 65535
                     if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
                     _a = x
                 else:
                     raise r.deviation('OverstayRuleType', r.end - q)
@@ -7342,15 +7379,16 @@ def _d_OverstayRuleListType(r, V, q):
                         _c9_OverstayFeePeriod |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c9_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c9_OverstayFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c9_OverstayFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c9_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c9_OverstayFeePeriod, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c9_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c9_OverstayFeePeriod, r.at(r.end - q))
                 _v = _new(_K_iso20_commonmessages_OverstayRuleType)
                 _v.OverstayRuleDescription = _c9_OverstayRuleDescription
                 _v.StartTime = _c9_StartTime
@@ -7393,16 +7431,17 @@ def _d_OverstayRuleListType(r, V, q):
                         _c10_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 _a = x
             elif ec == 1:
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
@@ -7416,16 +7455,17 @@ def _d_OverstayRuleListType(r, V, q):
                         _c10_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c10_StartTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
                 _a = x
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
@@ -7467,15 +7507,16 @@ def _d_OverstayRuleListType(r, V, q):
                     _c10_OverstayFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c10_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c10_OverstayFeePeriod, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c10_OverstayFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c10_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                if _c10_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c10_OverstayFeePeriod, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if _c10_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c10_OverstayFeePeriod, r.at(r.end - q))
             _v = _new(_K_iso20_commonmessages_OverstayRuleType)
             _v.OverstayRuleDescription = _c10_OverstayRuleDescription
             _v.StartTime = _c10_StartTime
@@ -7523,16 +7564,17 @@ def _d_OverstayRuleListType(r, V, q):
                                 _c12_StartTime |= _y << 14
                             else:
                                 r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c12_StartTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         q -= 16
                         if q < 0: V, q = r.slidep(q, 16)
                         x = (V >> q) & 65535
                         if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         _a = x
                     elif ec == 1:
                         if _a: raise r.deviation('OverstayRuleType', r.end - q)
@@ -7546,16 +7588,17 @@ def _d_OverstayRuleListType(r, V, q):
                                 _c12_StartTime |= _y << 14
                             else:
                                 r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                                if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
                             _c12_StartTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         q -= 16
                         if q < 0: V, q = r.slidep(q, 16)
                         x = (V >> q) & 65535
                         if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
                         _a = x
                     else:
                         raise r.deviation('OverstayRuleType', r.end - q)
@@ -7597,16 +7640,17 @@ def _d_OverstayRuleListType(r, V, q):
                             _c12_OverstayFeePeriod |= _y << 14
                         else:
                             r.pos = r.end - q; _c12_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c12_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c12_OverstayFeePeriod, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c12_OverstayFeePeriod = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c12_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c12_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c12_OverstayFeePeriod, r.at(r.end - q))
                     q -= 7
                     if q < 0: V, q = r.slidep(q, 7)
                     x = (V >> q) & 127
                     if x & 96: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c12_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c12_OverstayFeePeriod, r.at(r.end - q))
                     ec = (x >> 3)
                     _a = (x & 7)
                     _v = _new(_K_iso20_commonmessages_OverstayRuleType)
@@ -8052,16 +8096,17 @@ def _d_OverstayRuleType(r, V, q):
                     f_StartTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             _a = x
         elif ec == 1:
             if _a: raise r.deviation('OverstayRuleType', r.end - q)
@@ -8075,16 +8120,17 @@ def _d_OverstayRuleType(r, V, q):
                     f_StartTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
             _a = x
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
@@ -8126,15 +8172,16 @@ def _d_OverstayRuleType(r, V, q):
                 f_OverstayFeePeriod |= _y << 14
             else:
                 r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_OverstayFeePeriod = (V >> q) & 127
         else:
             r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+            if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-        if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
     except Exception as e:
         r.pos = r.end - q
         raise _ctx(e, el, r) from None
@@ -8822,16 +8869,17 @@ def _d_PowerDeliveryReqType(r, V, q):
                 _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -8884,16 +8932,17 @@ def _d_PowerDeliveryReqType(r, V, q):
                     _c3_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
             q -= 5
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
-            if _c3_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
             ec = (x >> 2)
             _a = (x & 3)
             if ec == 0:
@@ -9222,16 +9271,17 @@ def _d_PowerDeliveryResType(r, V, q):
                 _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -9505,16 +9555,17 @@ def _d_PowerScheduleEntryType(r, V, q):
                 f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('PowerScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
         _c1_Exponent = (x >> 4) + -128
         el = 'Power/Value'
@@ -9796,16 +9847,17 @@ def _d_PowerScheduleType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slidep(q, 17)
         x = (V >> q) & 131071
         if x & 65536: raise r.deviation('PowerScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x >> 14)
         _a = (x & 16383)
         s = 1
@@ -10081,16 +10133,17 @@ def _d_PriceLevelScheduleEntryListType(r, V, q):
                 _c1_Duration |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-        if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'PriceLevelScheduleEntry/PriceLevel'
         _c1_PriceLevel = (x >> 2)
         _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
@@ -10116,16 +10169,17 @@ def _d_PriceLevelScheduleEntryListType(r, V, q):
                         _c3_Duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_Duration = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
                 if x & 114736: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-                if _c3_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'PriceLevelScheduleEntry/PriceLevel'
                 _c3_PriceLevel = (x >> 6)
                 _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
@@ -10247,16 +10301,17 @@ def _d_PriceLevelScheduleEntryType(r, V, q):
                 f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceLevel'
         f_PriceLevel = (x >> 2)
     except Exception as e:
@@ -10326,16 +10381,17 @@ def _d_PriceLevelScheduleType(r, V, q):
                     f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             _a = x
         elif ec == 1:
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -10349,16 +10405,17 @@ def _d_PriceLevelScheduleType(r, V, q):
                     f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
             _a = x
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -10644,15 +10701,16 @@ def _d_PriceRuleStackType(r, V, q):
                 f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_Duration = (V >> q) & 127
         else:
             r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
+            if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PriceRuleStackType', r.end - q)
-        if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceRule'
         _v, V, q = _d_PriceRuleType(r, V, q)
         f_PriceRule.append(_v)
@@ -10843,16 +10901,17 @@ def _d_PriceRuleType(r, V, q):
                     f_ParkingFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_ParkingFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
             q -= 28
             if q < 0: V, q = r.slidep(q, 28)
             x = (V >> q) & 268435455
             if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
-            if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
             ec = (x >> 25)
             _a = (x & 33554431)
             s = 3
@@ -10936,16 +10995,17 @@ def _d_PriceRuleType(r, V, q):
                         f_ParkingFeePeriod |= _y << 14
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 q -= 28
                 if q < 0: V, q = r.slidep(q, 28)
                 x = (V >> q) & 268435455
                 if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
-                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
                 ec = (x >> 25)
                 _a = (x & 33554431)
                 s = 3
@@ -11430,15 +11490,16 @@ def _d_PriceScheduleType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PriceScheduleType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'PriceScheduleID'
         if q >= 24:
             f_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
@@ -11574,16 +11635,17 @@ def _d_ScheduleExchangeReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -11754,16 +11816,17 @@ def _d_ScheduleExchangeResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -12188,16 +12251,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 18
             if q < 0: V, q = r.slidep(q, 18)
             x = (V >> q) & 262143
             if x & 131072: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 14)
             _a = (x & 16383)
             s = 1
@@ -12313,15 +12377,16 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                     _c4_c1_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c1_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
             _c4_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
             q -= 4
@@ -12340,16 +12405,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                     _c4_c2_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_c2_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             _esc = x
             if _esc:
@@ -12513,15 +12579,16 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c8_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 _c8_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
@@ -12540,16 +12607,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c8_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c8_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = x
                 if _esc:
@@ -12680,15 +12748,16 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c11_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 _c11_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
@@ -12707,16 +12776,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c11_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c11_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = x
                 if _esc:
@@ -12814,15 +12884,16 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c13_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 _c13_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
@@ -12841,16 +12912,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c13_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c13_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = x
                 if _esc:
@@ -12914,15 +12986,16 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c14_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c1_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 _c14_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
@@ -12941,16 +13014,17 @@ def _d_Scheduled_SEReqControlModeType(r, V, q):
                         _c14_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c14_c2_TimeAnchor = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = x
                 if _esc:
@@ -14320,16 +14394,17 @@ def _d_ServiceDetailReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -14474,16 +14549,17 @@ def _d_ServiceDetailResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -14658,16 +14734,17 @@ def _d_ServiceDiscoveryReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
@@ -14810,16 +14887,17 @@ def _d_ServiceDiscoveryResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -15401,16 +15479,17 @@ def _d_ServiceSelectionReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -15619,16 +15698,17 @@ def _d_ServiceSelectionResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -15822,16 +15902,17 @@ def _d_SessionSetupReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -15976,16 +16057,17 @@ def _d_SessionSetupResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -16143,16 +16225,17 @@ def _d_SessionStopReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -16416,16 +16499,17 @@ def _d_SessionStopResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -17862,16 +17946,17 @@ def _d_VehicleCheckInReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -18300,16 +18385,17 @@ def _d_VehicleCheckInResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -18719,16 +18805,17 @@ def _d_VehicleCheckOutReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -18762,15 +18849,16 @@ def _d_VehicleCheckOutReqType(r, V, q):
                 f_CheckOutTime |= _y << 14
             else:
                 r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_CheckOutTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
+            if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('VehicleCheckOutReqType', r.end - q)
-        if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
     except Exception as e:
         r.pos = r.end - q
         raise _ctx(e, el, r) from None
@@ -18885,16 +18973,17 @@ def _d_VehicleCheckOutResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -19549,15 +19638,16 @@ def _de18(r, V, q):  # BPT_DischargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee18(w, o):  # BPT_DischargedEnergyReadingWh
@@ -19586,15 +19676,16 @@ def _de19(r, V, q):  # BPT_InductiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee19(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -19623,15 +19714,16 @@ def _de20(r, V, q):  # CapacitiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee20(w, o):  # CapacitiveEnergyReadingVARh
@@ -19768,15 +19860,16 @@ def _de25(r, V, q):  # ChargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee25(w, o):  # ChargedEnergyReadingWh
@@ -19842,15 +19935,16 @@ def _de28(r, V, q):  # CheckOutTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
-    if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee28(w, o):  # CheckOutTime
@@ -19944,15 +20038,16 @@ def _de31(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee31(w, o):  # DepartureTime
@@ -19981,15 +20076,16 @@ def _de32(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee32(w, o):  # DepartureTime
@@ -20100,15 +20196,16 @@ def _de35(r, V, q):  # Duration
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
-    if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee35(w, o):  # Duration
@@ -20911,15 +21008,16 @@ def _de65(r, V, q):  # MeterTimestamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee65(w, o):  # MeterTimestamp
@@ -21072,15 +21170,16 @@ def _de71(r, V, q):  # OverstayFeePeriod
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
-    if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee71(w, o):  # OverstayFeePeriod
@@ -21145,15 +21244,16 @@ def _de73(r, V, q):  # OverstayTimeThreshold
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
-    if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee73(w, o):  # OverstayTimeThreshold
@@ -21321,15 +21421,16 @@ def _de78(r, V, q):  # ParkingFeePeriod
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
-    if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee78(w, o):  # ParkingFeePeriod
@@ -21702,15 +21803,16 @@ def _de91(r, V, q):  # RemainingTimeToMaximumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee91(w, o):  # RemainingTimeToMaximumSOC
@@ -21739,15 +21841,16 @@ def _de92(r, V, q):  # RemainingTimeToMinimumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee92(w, o):  # RemainingTimeToMinimumSOC
@@ -21776,15 +21879,16 @@ def _de93(r, V, q):  # RemainingTimeToTargetSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee93(w, o):  # RemainingTimeToTargetSOC
@@ -22187,15 +22291,16 @@ def _de107(r, V, q):  # StartTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
-    if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee107(w, o):  # StartTime
@@ -22531,15 +22636,16 @@ def _de118(r, V, q):  # TimeAnchor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee118(w, o):  # TimeAnchor
@@ -22568,15 +22674,16 @@ def _de119(r, V, q):  # TimeAnchor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee119(w, o):  # TimeAnchor
@@ -22605,15 +22712,16 @@ def _de120(r, V, q):  # TimeStamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee120(w, o):  # TimeStamp

@@ -122,16 +122,17 @@ def _d_ChargeLoopReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 9
         if q < 0: V, q = r.slidep(q, 9)
         x = (V >> q) & 511
         if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
@@ -298,16 +299,17 @@ def _d_ChargeLoopResType(r, V, q):
                 _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c2_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -623,16 +625,17 @@ def _d_ChargeParameterDiscoveryReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -746,16 +749,17 @@ def _d_ChargeParameterDiscoveryResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -1149,16 +1153,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
@@ -1179,16 +1184,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
@@ -1206,16 +1212,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
@@ -1325,16 +1332,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToMinimumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 5
@@ -1352,16 +1360,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToTargetSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 6
@@ -1382,16 +1391,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToMaximumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 7
@@ -1491,16 +1501,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToMinimumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 5
@@ -1518,16 +1529,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToTargetSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 6
@@ -1548,16 +1560,17 @@ def _d_DisplayParametersType(r, V, q):
                             f_RemainingTimeToMaximumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                            if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     q -= 23
                     if q < 0: V, q = r.slidep(q, 23)
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                     ec = (x >> 19)
                     _a = (x & 524287)
                     s = 7
@@ -1645,16 +1658,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
@@ -1671,16 +1685,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
@@ -1697,16 +1712,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
@@ -1778,16 +1794,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
@@ -1804,16 +1821,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
@@ -1830,16 +1848,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
@@ -1911,16 +1930,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
@@ -1937,16 +1957,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
@@ -2018,16 +2039,17 @@ def _d_DisplayParametersType(r, V, q):
                         f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 q -= 23
                 if q < 0: V, q = r.slidep(q, 23)
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
-                if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
                 ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
@@ -2833,16 +2855,17 @@ def _d_Dynamic_CLReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c5_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -3095,16 +3118,17 @@ def _d_Dynamic_CLResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 27
             if q < 0: V, q = r.slidep(q, 27)
             x = (V >> q) & 134217727
             if x & 67108864: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 23)
             _a = (x & 8388607)
             s = 1
@@ -3703,16 +3727,17 @@ def _d_MessageHeaderType(r, V, q):
                 f_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Signature'
@@ -3817,16 +3842,17 @@ def _d_MeterInfoType(r, V, q):
                 f_ChargedEnergyReadingWh |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargedEnergyReadingWh = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         q -= 6
         if q < 0: V, q = r.slidep(q, 6)
         x = (V >> q) & 63
         if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-        if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         ec = (x >> 2)
         _a = (x & 3)
         s = 2
@@ -3843,16 +3869,17 @@ def _d_MeterInfoType(r, V, q):
                     f_BPT_DischargedEnergyReadingWh |= _y << 14
                 else:
                     r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-            if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
             ec = (x >> 2)
             _a = (x & 3)
             s = 3
@@ -3869,16 +3896,17 @@ def _d_MeterInfoType(r, V, q):
                     f_CapacitiveEnergyReadingVARh |= _y << 14
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_CapacitiveEnergyReadingVARh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-            if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
             ec = (x >> 2)
             _a = (x & 3)
             s = 4
@@ -3895,16 +3923,17 @@ def _d_MeterInfoType(r, V, q):
                     f_BPT_InductiveEnergyReadingVARh |= _y << 14
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-            if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
             ec = (x >> 2)
             _a = (x & 3)
             s = 5
@@ -3973,15 +4002,16 @@ def _d_MeterInfoType(r, V, q):
                     f_MeterTimestamp |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_MeterTimestamp = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-            if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
             s = 8
         elif ec == 6:
             q += 2
@@ -4002,16 +4032,17 @@ def _d_MeterInfoType(r, V, q):
                         f_CapacitiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slidep(q, 6)
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
                 ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
@@ -4028,16 +4059,17 @@ def _d_MeterInfoType(r, V, q):
                         f_BPT_InductiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slidep(q, 6)
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
@@ -4106,15 +4138,16 @@ def _d_MeterInfoType(r, V, q):
                         f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 5:
                 q += 2
@@ -4135,16 +4168,17 @@ def _d_MeterInfoType(r, V, q):
                         f_BPT_InductiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 q -= 6
                 if q < 0: V, q = r.slidep(q, 6)
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
                 ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
@@ -4213,15 +4247,16 @@ def _d_MeterInfoType(r, V, q):
                         f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 4:
                 q += 2
@@ -4294,15 +4329,16 @@ def _d_MeterInfoType(r, V, q):
                         f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 3:
                 q += 2
@@ -4351,15 +4387,16 @@ def _d_MeterInfoType(r, V, q):
                         f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 2:
                 q += 2
@@ -4379,15 +4416,16 @@ def _d_MeterInfoType(r, V, q):
                         f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                        if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     f_MeterTimestamp = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 1:
                 q += 1
@@ -4793,16 +4831,17 @@ def _d_ReceiptType(r, V, q):
                 f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         q -= 19
         if q < 0: V, q = r.slidep(q, 19)
         x = (V >> q) & 524287
         if x & 262144: raise r.deviation('ReceiptType', r.end - q)
-        if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x >> 15)
         _a = (x & 32767)
         s = 1
@@ -6970,16 +7009,17 @@ def _d_V2GMessageType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -7093,16 +7133,17 @@ def _d_V2GRequestType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -7216,16 +7257,17 @@ def _d_V2GResponseType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'

@@ -1271,16 +1271,17 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c16_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -2118,16 +2119,17 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 29
             if q < 0: V, q = r.slidep(q, 29)
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
@@ -8486,16 +8488,17 @@ def _d_DC_CableCheckReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -8609,16 +8612,17 @@ def _d_DC_CableCheckResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -8763,16 +8767,17 @@ def _d_DC_ChargeLoopReqType(r, V, q):
                 _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c3_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         q -= 23
         if q < 0: V, q = r.slidep(q, 23)
         x = (V >> q) & 8388607
         if x & 4194304: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         ec = (x >> 20)
         _a = (x & 1048575)
         if ec == 0:
@@ -9084,16 +9089,17 @@ def _d_DC_ChargeLoopResType(r, V, q):
                 _c8_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c8_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c8_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c8_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c8_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c8_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c8_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c8_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c8_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c8_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -9804,16 +9810,17 @@ def _d_DC_ChargeParameterDiscoveryReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 5
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
@@ -9970,16 +9977,17 @@ def _d_DC_ChargeParameterDiscoveryResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -10147,16 +10155,17 @@ def _d_DC_PreChargeReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -10377,16 +10386,17 @@ def _d_DC_PreChargeResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -10559,16 +10569,17 @@ def _d_DC_WeldingDetectionReqType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -10696,16 +10707,17 @@ def _d_DC_WeldingDetectionResType(r, V, q):
                 _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = x
         if ec == 0:
             el = 'Header/Signature'
@@ -10869,16 +10881,17 @@ def _d_Dynamic_DC_CLReqControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
             _c10_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
@@ -11377,16 +11390,17 @@ def _d_Dynamic_DC_CLResControlModeType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 29
             if q < 0: V, q = r.slidep(q, 29)
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
@@ -14504,15 +14518,16 @@ def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
@@ -14541,15 +14556,16 @@ def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
@@ -14578,15 +14594,16 @@ def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
-    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
@@ -14615,15 +14632,16 @@ def _de15(r, V, q):  # ChargedEnergyReadingWh
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
-    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
@@ -14669,15 +14687,16 @@ def _de17(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee17(w, o):  # DepartureTime
@@ -15141,15 +15160,16 @@ def _de35(r, V, q):  # MeterTimestamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee35(w, o):  # MeterTimestamp
@@ -15455,15 +15475,16 @@ def _de45(r, V, q):  # RemainingTimeToMaximumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee45(w, o):  # RemainingTimeToMaximumSOC
@@ -15492,15 +15513,16 @@ def _de46(r, V, q):  # RemainingTimeToMinimumSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee46(w, o):  # RemainingTimeToMinimumSOC
@@ -15529,15 +15551,16 @@ def _de47(r, V, q):  # RemainingTimeToTargetSOC
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
-    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee47(w, o):  # RemainingTimeToTargetSOC
@@ -15756,15 +15779,16 @@ def _de55(r, V, q):  # TimeAnchor
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee55(w, o):  # TimeAnchor
@@ -15793,15 +15817,16 @@ def _de56(r, V, q):  # TimeStamp
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
-    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee56(w, o):  # TimeStamp

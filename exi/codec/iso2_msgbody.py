@@ -1018,16 +1018,17 @@ def _d_BodyType(r, V, q):
                                         _c9_c2_DepartureTime |= _y << 14
                                     else:
                                         r.pos = r.end - q; _c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                        if _c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c2_DepartureTime, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c9_c2_DepartureTime = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c2_DepartureTime, r.at(r.end - q))
                                 q -= 4
                                 if q < 0: V, q = r.slidep(q, 4)
                                 x = (V >> q) & 15
                                 if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
-                                if _c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c2_DepartureTime, r.at(r.end - q))
                                 _a = x
                             elif ec == 1:
                                 x = _a
@@ -5162,15 +5163,16 @@ def _d_ChargeParameterDiscoveryReqType(r, V, q):
                         _c2_DepartureTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_DepartureTime, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c2_DepartureTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_DepartureTime, r.at(r.end - q))
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('EVChargeParameterType', r.end - q)
-                if _c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_DepartureTime, r.at(r.end - q))
             elif ec == 1:
                 if _a: raise r.deviation('EVChargeParameterType', r.end - q)
             else:

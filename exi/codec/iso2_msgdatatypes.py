@@ -102,16 +102,17 @@ def _d_AC_EVChargeParameterType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 123790: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EAmount'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
@@ -1138,16 +1139,17 @@ def _d_ChargingProfileType(r, V, q):
                 _c1_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c1_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
-        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
@@ -1228,16 +1230,17 @@ def _d_ChargingProfileType(r, V, q):
                         _c3_ChargingProfileEntryStart |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c3_ChargingProfileEntryStart = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
-                if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
@@ -1526,16 +1529,17 @@ def _d_ConsumptionCostType(r, V, q):
                 _c4_amount |= _y << 14
             else:
                 r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             _c4_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+            if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
         q -= 18
         if q < 0: V, q = r.slidep(q, 18)
         x = (V >> q) & 262143
         if x & 131072: raise r.deviation('CostType', r.end - q)
-        if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
         ec = (x >> 15)
         _a = (x & 32767)
         if ec == 0:
@@ -1581,16 +1585,17 @@ def _d_ConsumptionCostType(r, V, q):
                     _c5_amount |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c5_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c5_amount, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c5_amount = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c5_amount = r.uint(); V = r.v; q = r.end - r.pos
+                if _c5_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c5_amount, r.at(r.end - q))
             q -= 18
             if q < 0: V, q = r.slidep(q, 18)
             x = (V >> q) & 262143
             if x & 131072: raise r.deviation('CostType', r.end - q)
-            if _c5_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c5_amount, r.at(r.end - q))
             ec = (x >> 15)
             _a = (x & 32767)
             if ec == 0:
@@ -1642,16 +1647,17 @@ def _d_ConsumptionCostType(r, V, q):
                         _c6_amount |= _y << 14
                     else:
                         r.pos = r.end - q; _c6_amount = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c6_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c6_amount, r.at(r.end - q))
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
                     _c6_amount = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c6_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c6_amount, r.at(r.end - q))
                 q -= 9
                 if q < 0: V, q = r.slidep(q, 9)
                 x = (V >> q) & 511
                 if x & 256: raise r.deviation('CostType', r.end - q)
-                if _c6_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c6_amount, r.at(r.end - q))
                 ec = (x >> 6)
                 _a = (x & 63)
                 if ec == 0:
@@ -1941,16 +1947,17 @@ def _d_CostType(r, V, q):
                 f_amount |= _y << 14
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
+            if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         q -= 9
         if q < 0: V, q = r.slidep(q, 9)
         x = (V >> q) & 511
         if x & 256: raise r.deviation('CostType', r.end - q)
-        if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
@@ -2036,16 +2043,17 @@ def _d_DC_EVChargeParameterType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 40
             if q < 0: V, q = r.slidep(q, 40)
             x = (V >> q) & 1099511627775
             if x & 1061092032512: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus'
             _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
             if _t is None:
@@ -4045,15 +4053,16 @@ def _d_EVChargeParameterType(r, V, q):
                     f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-            if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif ec == 1:
             q += 1
         else:
@@ -4267,16 +4276,17 @@ def _d_EntryType(r, V, q):
                     _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             ec = (x >> 1)
             _a = (x & 1)
             if ec == 0:
@@ -4655,16 +4665,17 @@ def _d_MeterInfoType(r, V, q):
                     f_MeterReading |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
+                    if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 f_MeterReading = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
+                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-            if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
             ec = (x >> 2)
             _a = (x & 3)
             s = 2
@@ -5209,16 +5220,17 @@ def _d_PMaxScheduleEntryType(r, V, q):
                     _c4_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c4_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c4_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c4_start, r.at(r.end - q))
             q -= 19
             if q < 0: V, q = r.slidep(q, 19)
             x = (V >> q) & 524287
             if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c4_start, r.at(r.end - q))
             ec = (x >> 16)
             _a = (x & 65535)
             if ec == 0:
@@ -5424,16 +5436,17 @@ def _d_PMaxScheduleType(r, V, q):
                     _c1_c4_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c1_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c4_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c1_c4_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c1_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c4_start, r.at(r.end - q))
             q -= 19
             if q < 0: V, q = r.slidep(q, 19)
             x = (V >> q) & 524287
             if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c4_start, r.at(r.end - q))
             ec = (x >> 16)
             _a = (x & 65535)
             if ec == 0:
@@ -5554,16 +5567,17 @@ def _d_PMaxScheduleType(r, V, q):
                             _c3_c4_start |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                            if _c3_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_c4_start, r.at(r.end - q))
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
                         _c3_c4_start = (V >> q) & 127
                     else:
                         r.pos = r.end - q; _c3_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                        if _c3_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_c4_start, r.at(r.end - q))
                     q -= 19
                     if q < 0: V, q = r.slidep(q, 19)
                     x = (V >> q) & 524287
                     if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c3_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_c4_start, r.at(r.end - q))
                     ec = (x >> 16)
                     _a = (x & 65535)
                     if ec == 0:
@@ -6434,16 +6448,17 @@ def _d_ProfileEntryType(r, V, q):
                 f_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_ChargingProfileEntryStart = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
-        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
@@ -6578,16 +6593,17 @@ def _d_RelativeTimeIntervalType(r, V, q):
                 f_start |= _y << 14
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+                if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
+            if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-        if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
@@ -7067,16 +7083,17 @@ def _d_SalesTariffEntryType(r, V, q):
                     _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                    if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
                 _c3_start = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             q -= 17
             if q < 0: V, q = r.slidep(q, 17)
             x = (V >> q) & 131071
             if x & 65536: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
             ec = (x >> 14)
             _a = (x & 16383)
             if ec == 0:

@@ -911,16 +911,17 @@ def _d_V2G_Message(r, V, q):
                                         _c2_c9_c2_DepartureTime |= _y << 14
                                     else:
                                         r.pos = r.end - q; _c2_c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                        if _c2_c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c2_DepartureTime, r.at(r.end - q))
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
                                     _c2_c9_c2_DepartureTime = (V >> q) & 127
                                 else:
                                     r.pos = r.end - q; _c2_c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                    if _c2_c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c2_DepartureTime, r.at(r.end - q))
                                 q -= 4
                                 if q < 0: V, q = r.slidep(q, 4)
                                 x = (V >> q) & 15
                                 if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
-                                if _c2_c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c2_DepartureTime, r.at(r.end - q))
                                 _a = x
                             elif ec == 1:
                                 x = _a
@@ -4272,15 +4273,16 @@ def _de19(r, V, q):  # ChargingProfileEntryStart
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
-    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee19(w, o):  # ChargingProfileEntryStart
@@ -4327,15 +4329,16 @@ def _de21(r, V, q):  # DepartureTime
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
-    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee21(w, o):  # DepartureTime
@@ -5028,15 +5031,16 @@ def _de48(r, V, q):  # MeterReading
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
-    if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee48(w, o):  # MeterReading
@@ -6474,15 +6478,16 @@ def _de95(r, V, q):  # amount
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
-    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee95(w, o):  # amount
@@ -6702,15 +6707,16 @@ def _de103(r, V, q):  # start
             val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+            if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(r.end - q))
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
         q -= 8
         val = (V >> q) & 127
     else:
         r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
+        if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(r.end - q))
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
-    if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(r.end - q))
     return val, V, q
 
 def _ee103(w, o):  # start

@@ -537,6 +537,9 @@ class CodecWriter:
             return [("fix", 1, ["_neg = {p}"]), ("uint", target),
                     ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
         if rep == "uint":
+            if st.max_value is not None and st.max_value >= self.INLINE_UINT_MAX and not st.min_value:
+                # no value read inline (three octets at most) can break the range: only the reader's can
+                return [("uint", target, self._range_check(st, target))]
             return [("uint", target), ("nop", self._range_check(st, target))]
         if rep in ("b64", "hex"):
             # up to 127 bytes inside the window (a SessionID, a GenChallenge, most keys): length and bytes read
@@ -557,6 +560,8 @@ class CodecWriter:
             lines.extend(self._len_facet(st, target, "r.at(r.end - q)"))
             return [("raw", lines)]
         return [("var", self.dec_value(st, target, key, ""))]
+
+    INLINE_UINT_MAX = (1 << 21) - 1  # the largest unsigned integer decoders read inline (three octets)
 
     def _where(self, target: str) -> str:
         """The deviation path of a value decoded into ``target``: the type being generated and the field."""
@@ -657,6 +662,7 @@ class CodecWriter:
                 continue
             if kind == "uint":  # up to three octets read inline
                 t = ops[i][1]
+                checks = ops[i][2] if len(ops[i]) > 2 else []  # facets only a value read by the reader can break
                 # one or two octets: one lookup of the first two gives the value and its length (the shifts, masks
                 # and tests cost 2-3x as much in CPython); three (times in seconds past 4.5 hours, energies, meter
                 # readings): the lookup gives the first two octets' 14 bits, the third octet is read after them
@@ -669,11 +675,13 @@ class CodecWriter:
                 L.append(f"        {t} |= _y << 14")
                 L.append("    else:")
                 L.append(f"        r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
+                L.extend("        " + x for x in checks)
                 L.append("elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end")
                 L.append("    q -= 8")
                 L.append(f"    {t} = (V >> q) & 127")
                 L.append("else:")
                 L.append(f"    r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
+                L.extend("    " + x for x in checks)
                 i += 1
                 continue
             run = []
@@ -1071,7 +1079,7 @@ class CodecWriter:
             elif op[0] == "fix":
                 out.append(("fix", op[1], sub(op[2]), names(op[3])))
             elif op[0] == "uint":
-                out.append(("uint", names(op[1])))
+                out.append(("uint", names(op[1]), *([sub(op[2])] if len(op) > 2 else [])))
             elif op[0] == "spec":
                 out.append(op)
             else:
