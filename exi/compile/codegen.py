@@ -13,6 +13,12 @@ Output, per run:
   elements, go to the module of its root namespace (``exi.codec.SET_MODULES``). Fragment roots whose qname has
   declarations of different types get the relaxed element fragment grammar (EXI 8.5.3): typed
   attribute coders and tables here, the state machine in ``exi/relaxed.py`` (only -2 ``eMAID`` needs it).
+
+Decoders read the input's bit window (``V``, with ``q`` bits left after the position) as few times as the grammar
+allows: adjacent fixed reads (event codes, small values) are one read; a state's event code is read with the
+fixed reads its productions start with (read-ahead into ``_a``; what the path taken does not use is given back);
+small types are inlined with their first and last reads fused into their user's; a type's decoder takes and
+returns ``(V, q)``.
 """
 
 from __future__ import annotations
