@@ -130,18 +130,17 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
         if dec is None:
             raise DecodeError(f"element {entry[1]} has no grammar in this codec", 0)
         try:
-            value, _v, q = dec(r, r.v, r.end - r.pos)  # the window and the bits left in it, in and out
-            r.pos = r.end - q
+            value = r.run(dec)
         except ExiError as e:
             e.path.insert(0, entry[1])
             raise
-        if r.base + r.pos > r.total:  # a read ahead past the input's end was kept (see Reader.slidep)
-            raise DecodeError(f"truncated: the document needs {r.base + r.pos - r.total} bits more", r.total)
-        if fragment:
+        if fragment and not r.past_end():
             at = r.pos
             end = r.bits(width)
-            if end != len(table) + 1:
+            if end != len(table) + 1 and not r.past_end():
                 raise DecodeError("fragments with more than one element are not supported", at)
+        if r.past_end():  # the document's reads went on in the zero bits that stand in past the end
+            raise DecodeError(f"truncated: the document needs {r.base + r.pos - r.total} bits more", r.total)
         if (r.base + r.pos + 7) >> 3 < len(data):  # bytes after the document: finish() decides
             r.finish()
     except ExiError:

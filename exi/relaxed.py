@@ -142,9 +142,7 @@ class Grammar:
                 return j, self._read(r, elements, self.relaxed[j])
             if entry[3] is None:
                 raise DecodeError(f"element {entry[1]} has no grammar in this codec", r.base + r.pos)
-            value, _v, q = entry[3](r, r.v, r.end - r.pos)  # a generated decoder: window and bits left in and out
-            r.pos = r.end - q
-            return j, value
+            return j, r.run(entry[3])
         except ExiError as e:
             e.path.insert(0, entry[1])
             raise

@@ -8,7 +8,9 @@ allocated, so a hostile length field fails fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 
 class ExiError(ValueError):
@@ -151,9 +153,9 @@ class Reader:
 
     def slidep(self, q: int, n: int) -> tuple[int, int]:
         """:meth:`slideq` for a read whose last bits are read ahead and given back (``q +=``) when the path
-        does not need them (the next loop item's event code at a counted loop's last item): zero bits stand
-        in for those past the input's end. A path that keeps such bits leaves the position past the end,
-        which :func:`exi.decode` refuses (truncated)."""
+        taken does not use them (an event code read with the fixed reads after it, a loop's next event code
+        after its last item): zero bits stand in for those past the input's end. A path that keeps such bits
+        leaves the position past the end, which :func:`exi.decode` refuses (truncated)."""
         start = self.base + self.end - q - n
         if start + n <= self.total:
             return self.slideq(q, n)
@@ -167,6 +169,16 @@ class Reader:
         self.base = first << 3
         self.pos = start - self.base
         return self.v, self.end - self.pos - n
+
+    def run(self, decode: Callable[[Reader, int, int], tuple[Any, int, int]]) -> Any:
+        """Call a generated element decoder (``value, V, q = decode(r, V, q)``) from the reader's position."""
+        value, _v, q = decode(self, self.v, self.end - self.pos)
+        self.pos = self.end - q
+        return value
+
+    def past_end(self) -> bool:
+        """Whether the position is past the input's end: a read ahead was kept (see :meth:`slidep`)."""
+        return self.base + self.pos > self.total
 
     def at(self, p: int) -> int:
         """The absolute bit position of window position ``p`` (for error messages)."""

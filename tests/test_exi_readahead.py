@@ -15,6 +15,7 @@ from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgdef import V2G_Message
 from exi.model.iso2_msgheader import MessageHeaderType
 from exi.runtime import DecodeError, Reader
+from tests.vectors import load_vectors, proto_of
 
 
 def _pv(multiplier: int, unit: str, value: int) -> t.PhysicalValueType:
@@ -123,3 +124,20 @@ def test_decode_refuses_a_document_that_kept_padding_bits() -> None:
     data = _round_trip("apphand", _app_protocols(20))
     with pytest.raises(DecodeError, match="truncated"):
         exi.decode("apphand", data[:-1])
+
+
+FRAGMENTS = [v for v in load_vectors() if proto_of(v)[1]]
+
+
+@pytest.mark.parametrize("vector", FRAGMENTS, ids=[v["id"] for v in FRAGMENTS])
+def test_fragment_prefixes_are_refused(vector: dict) -> None:
+    """Fragments (the signed parts of -2 and -20 messages) go through the same read-ahead and then read their own
+    end code: every input shorter than the fragment is refused."""
+    proto, _ = proto_of(vector)
+    data = bytes.fromhex(vector["hex"])
+    value = exi.decode(proto, data, fragment=True)
+    size = len(exi.encode(proto, value, fragment=True))
+    assert size <= len(data)
+    for cut in range(1, size):
+        with pytest.raises(DecodeError):
+            exi.decode(proto, data[:cut], fragment=True)

@@ -1101,9 +1101,9 @@ class CodecWriter:
             # its first event code (and what that reads ahead) is read before its block, with what precedes
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
-            lines = self._rename_inline(self._inline_source(info, False, tail, lift=True), "f", k, decl.qname[1])
-            return [*self._lifted[(id(info.ct), self._mod, repr(tail))],
-                    ("raw", [*lines, *self._construct(info, target, k)])]
+            body, lifted = self._inlined(info, False, tail, lift=True)
+            lines = self._rename_inline(body, "f", k, decl.qname[1])
+            return [*lifted, ("raw", [*lines, *self._construct(info, target, k)])]
         return [*self._dec_element_ops(decl, target), *tail]
 
     def _dec_element_ops(self, decl: ElementDecl, target: str) -> list[tuple]:
@@ -1179,10 +1179,15 @@ class CodecWriter:
             cache[key] = ok
         return cache[key]
 
-    def _inline_source(self, info: TypeInfo, enc: bool, tail: tuple = (), lift: bool = False) -> list[str]:
-        """The body of the type's decoder or encoder (the lines inside its try), for inlining; a decoder's
+    def _inline_source(self, info: TypeInfo, enc: bool) -> list[str]:
+        """The body of the type's decoder or encoder (the lines inside its try), for inlining."""
+        return self._inlined(info, enc)[0]
+
+    def _inlined(self, info: TypeInfo, enc: bool, tail: tuple = (),
+                 lift: bool = False) -> tuple[list[str], list[tuple]]:
+        """The body of the type's decoder or encoder for inlining, and the ops its user runs first. A decoder's
         ``tail`` ops (what its user reads next) are read at each of its ends. ``lift``: the decoder's first
-        event code is read by its user (the ops in ``self._lifted``), fused with what the user reads before."""
+        event code is read by its user (the ops returned with the body), fused with what the user reads before."""
         key = (id(info.ct), enc, self._mod, repr(tail), lift)
         cache = self.__dict__.setdefault("_inline_cache", {})
         if key not in cache:
@@ -1190,7 +1195,9 @@ class CodecWriter:
                      getattr(self, "_pre", {}), getattr(self, "_tail", ()), getattr(self, "_lift", False))
             self._tail = tail
             self._lift = lift
+            self._lifted: list[tuple] = []  # what type_decoder lifts (see there)
             lines = self.type_encoder(info) if enc else self.type_decoder(info)
+            lifted = self._lifted
             (self._cur_type, self._inline, self._tmp_n, self._pre, self._tail,
              self._lift) = saved
             start = lines.index("    try:")
@@ -1200,7 +1207,7 @@ class CodecWriter:
             else:  # field initialisations, then the states
                 head = lines.index("    el = ''") + 1
                 body = [x[4:] for x in lines[head:start]] + [x[8:] for x in lines[start + 1:stop]]
-            cache[key] = [x[8:] for x in body] if enc else body
+            cache[key] = ([x[8:] for x in body] if enc else body), lifted
         return cache[key]
 
     @staticmethod
@@ -1326,10 +1333,8 @@ class CodecWriter:
         st0 = info.grammar[0]
         lifted: list[tuple] = []
         if lift and 0 not in chains and st0.width and self._empty_ch(info, st0) is None:
-            self._pre[0] = st0  # its user reads it (see _inline_source)
+            self._pre[0] = st0  # its user reads it (see _inlined)
             lifted = self._ec_ops(st0, self._ahead(info, st0))
-        if lift:
-            self.__dict__.setdefault("_lifted", {})[(id(ct), self._mod, repr(getattr(self, "_tail", ())))] = lifted
         if len(blocks) == 1 and 0 not in chains:
             L.extend("        " + x for x in self._dec_block(info, info.grammar[0], None, terminal=True))
         else:
@@ -1344,6 +1349,7 @@ class CodecWriter:
             L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
         L.append("    return _obj, V, q")
         self._choice = saved_choice
+        self._lifted = lifted  # for _inlined, set last: the types generated inside this one set it too
         return _dead_el(_bits_left_form(L))
 
     def _always_set(self, info: TypeInfo, f: FieldSpec) -> bool:
@@ -1484,8 +1490,7 @@ class CodecWriter:
         if not st.width or len(st.prods) > 8 or self._empty_ch(info, st) is not None:
             return 0
         cache = self.__dict__.setdefault("_ahead_cache", {})
-        key = (id(info.ct), st.index, self._mod, repr(getattr(self, "_tail", ())),
-               st.index in self._pre, frozenset(self._pre))
+        key = (id(info.ct), st.index, self._mod, repr(getattr(self, "_tail", ())), frozenset(self._pre))
         if key not in cache:
             cache[key] = 0  # while deciding (a loop's items end with its own read)
             chain = self._plan(info)[0].get(st.index)
