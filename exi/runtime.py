@@ -176,10 +176,6 @@ class Reader:
         self.pos = self.end - q
         return value
 
-    def past_end(self) -> bool:
-        """Whether the position is past the input's end: a read ahead was kept (see :meth:`slidep`)."""
-        return self.base + self.pos > self.total
-
     def at(self, p: int) -> int:
         """The absolute bit position of window position ``p`` (for error messages)."""
         return self.base + p
